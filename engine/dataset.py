@@ -31,7 +31,9 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.name, self.x.to(device), self.y.to(device), self.num_classes)
+        return Dataset(
+            self.name, self.x.to(device), self.y.to(device), self.num_classes
+        )
 
     def subset(self, index: torch.Tensor) -> Dataset:
         return Dataset(self.name, self.x[index], self.y[index], self.num_classes)

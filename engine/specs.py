@@ -100,3 +100,14 @@ class Limits(_Spec):
     max_dataset_bytes: int = 8 * 1024**3
     #: bytes a data file may have on disk
     max_file_bytes: int = 4 * 1024**3
+
+
+class AnalysisRequest(_Spec):
+    """Everything one analysis needs: the body of a job without its webhook."""
+
+    dataset: DatasetSpec
+    architecture: ArchSpec = ArchSpec()
+    training: TrainSpec = TrainSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    #: the most labels the caller can afford, in samples (total, not extra)
+    budget: Annotated[int | None, Field(ge=1, le=10**12)] = None
