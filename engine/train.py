@@ -21,6 +21,8 @@ from engine.specs import TrainSpec
 
 #: samples per forward pass when only evaluating (no graph is kept)
 EVAL_BATCH = 8192
+#: a final loss this many times that of a uniform guess counts as divergence
+DIVERGED_FACTOR = 100
 
 
 @dataclass
@@ -110,9 +112,13 @@ def train(
     model.eval()
     losses = per_sample_losses(model, data, device=device)
     loss_mean = float(losses.mean())
-    if not math.isfinite(loss_mean):
+    # A uniform guess scores ln(C); far above that, training blew up.
+    ceiling = DIVERGED_FACTOR * math.log(max(data.num_classes, 2))
+    if not math.isfinite(loss_mean) or loss_mean > ceiling:
         raise TrainingError(
-            "the loss at the end of training is not finite; lower training.lr",
+            f"training diverged: the final loss is {loss_mean:.3g}, far above the "
+            f"{math.log(max(data.num_classes, 2)):.3g} of a uniform guess; lower "
+            f"training.lr (now {spec.lr}) or rescale the features",
             field="training.lr",
         )
     progress(stage, 1.0)
