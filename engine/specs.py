@@ -88,6 +88,9 @@ class AnalysisSpec(_Spec):
     subset_sizes: Annotated[int, Field(ge=3, le=50)] = 8
     seeds: Annotated[int, Field(ge=1, le=20)] = 3
     holdout: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    #: give every subset about as many optimiser steps as the full training part
+    #: (otherwise small subsets are under-trained and the curve measures that)
+    match_steps: bool = True
 
 
 class Limits(_Spec):
