@@ -1,0 +1,1 @@
+"""Helpers that write test data; shared by the tests and the benchmarks."""
