@@ -22,7 +22,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Plateau: have we labeled enough data yet?"""
@@ -192,8 +191,7 @@ def analyze(
         bool, typer.Option("--quiet", "-q", help="no progress bars")
     ] = False,
 ) -> None:
-    """Train once, measure how the loss settles as samples are added, and say
-    whether the data suffice."""
+    """Train once, watch the loss settle as samples are added: do the data suffice?"""
     from pydantic import ValidationError
 
     from engine.errors import EngineError
@@ -294,27 +292,23 @@ _register_service_commands()
 
 def main() -> None:
     """Entry point: usage errors, like bad input, are one line and exit status 2."""
-    import click
-
     command = typer.main.get_command(app)
     try:
         code = command.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.Abort:
+    except typer.Abort:
         typer.echo("plateau: interrupted", err=True)
         code = 130
-    except click.UsageError as exc:
-        hint = (
-            f" (see 'plateau {exc.ctx.command_path.split(' ', 1)[-1]} --help')"
-            if exc.ctx
-            else ""
-        )
-        typer.echo(f"plateau: error: {exc.format_message()}{hint}", err=True)
-        code = 2
-    except click.ClickException as exc:
-        typer.echo(f"plateau: error: {exc.format_message()}", err=True)
-        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors from the option parser
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if not text.strip():  # help was shown (no arguments): nothing to add
+            pass
+        elif "\n" in text.strip():
+            typer.echo(text, err=True)
+        else:
+            typer.echo(f"plateau: error: {text}", err=True)
+        code = getattr(exc, "exit_code", 2)
     sys.exit(code if isinstance(code, int) else 0)
 
 
