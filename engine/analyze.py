@@ -19,7 +19,7 @@ from torch import nn
 from engine.curve import CurveEstimate, Progress, no_progress
 from engine.data import check_reference, load_dataset
 from engine.dataset import Dataset
-from engine.errors import DataError
+from engine.errors import DataError, SpecError
 from engine.models import build_model, check_size
 from engine.peek import peek_shape
 from engine.result import CurvePoint, Result, TrainSummary
@@ -116,6 +116,24 @@ def _read_metadata(path: Path) -> dict[str, str]:
         return handle.metadata() or {}
 
 
+def _check_method_memory(request: AnalysisRequest, m: int, limits: Limits) -> None:
+    """Refuse a method whose per-sample matrices would not fit, before allocating."""
+    spec = request.analysis
+    if spec.method == "neighbourhood":
+        need, what = spec.draws * m * 8, f"{spec.draws} draws × {m:,} samples"
+    elif spec.method == "hessian":
+        need, what = spec.rank**2 * m * 8, f"rank {spec.rank}² × {m:,} samples"
+    else:
+        return
+    if need > limits.max_dataset_bytes:
+        raise SpecError(
+            f"the {spec.method} method needs {need / 2**30:.1f} GiB for {what}; "
+            f"the limit is {limits.max_dataset_bytes / 2**30:.1f} GiB: lower "
+            "analysis.draws or analysis.rank, or set dataset.limit",
+            field="analysis",
+        )
+
+
 def _measure(
     model: nn.Module,
     data: Dataset,
@@ -188,6 +206,7 @@ def analyze(
         request.training.batch_size,
         limits,
     )
+    _check_method_memory(request, data.size, limits)
     data = data.to(device)
     progress("loading", 1.0)
     lap("loading")
