@@ -21,6 +21,8 @@ from engine.specs import TrainSpec
 
 #: samples per forward pass when only evaluating (no graph is kept)
 EVAL_BATCH = 8192
+#: data sets up to this size are reshuffled by copy each epoch (see ``train``)
+SHUFFLE_COPY_BYTES = 1024**3
 #: a final loss this many times that of a uniform guess counts as divergence
 DIVERGED_FACTOR = 100
 
@@ -89,12 +91,18 @@ def train(
     optimizer = _optimizer(model, spec.lr, device)
     generator = torch.Generator(device="cpu").manual_seed(spec.seed)
 
+    # Shuffling the whole data set once per epoch makes every batch a
+    # contiguous slice (a view), instead of a gather per step; above
+    # SHUFFLE_COPY_BYTES the copy costs more memory than it saves time.
+    copy = x.element_size() * x.numel() <= SHUFFLE_COPY_BYTES
     step = 0
     for epoch in range(spec.epochs):
         order = torch.randperm(m, generator=generator).to(device)
+        xs, ys = (x[order], y[order]) if copy else (x, y)
         for i in range(steps):
-            index = order[i * batch : (i + 1) * batch]
-            loss = F.cross_entropy(model(x[index]), y[index])
+            rows = slice(i * batch, (i + 1) * batch)
+            index = rows if copy else order[rows]
+            loss = F.cross_entropy(model(xs[index]), ys[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
