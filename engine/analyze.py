@@ -47,7 +47,11 @@ class Analysis:
 
 
 def validate_request(
-    request: AnalysisRequest, *, data_dir: Path, limits: Limits = Limits()
+    request: AnalysisRequest,
+    *,
+    data_dir: Path,
+    limits: Limits = Limits(),
+    allow_download: bool = False,
 ) -> None:
     """Cheap checks before a job is queued; raises DataError or SpecError.
 
@@ -55,7 +59,9 @@ def validate_request(
     can be read without loading the data (known data sets, file headers),
     the architecture's size is checked against the limits too.
     """
-    check_reference(request.dataset, data_dir=data_dir)
+    check_reference(
+        request.dataset, data_dir=data_dir, limits=limits, allow_download=allow_download
+    )
     shape = peek_shape(request.dataset, data_dir=data_dir)
     if shape is not None:
         input_shape, num_classes = shape

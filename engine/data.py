@@ -81,7 +81,11 @@ class _Raw:
 
 
 def check_reference(
-    spec: DatasetSpec, *, data_dir: Path, limits: Limits = Limits()
+    spec: DatasetSpec,
+    *,
+    data_dir: Path,
+    limits: Limits = Limits(),
+    allow_download: bool = False,
 ) -> None:
     """Validate a reference cheaply, without loading any data.
 
@@ -97,6 +101,10 @@ def check_reference(
         _sklearn_name(name)
     elif scheme == "torchvision":
         _torchvision_name(name)
+        if not allow_download:
+            relative = _TORCHVISION_FOLDERS.get(name, f"{name}/raw")
+            if not resolve_inside(data_dir, relative).is_dir():
+                raise _not_found(name, relative)
     else:
         path = resolve_inside(data_dir, name)
         kind = _file_kind(path, name)
@@ -125,7 +133,9 @@ def load_dataset(
     :class:`engine.dataset.Dataset`: float32 features (tables standardised,
     images in ``[0, 1]``) and int64 labels in ``[0, num_classes)``.
     """
-    check_reference(spec, data_dir=data_dir, limits=limits)
+    check_reference(
+        spec, data_dir=data_dir, limits=limits, allow_download=allow_download
+    )
     raw = _read(spec, data_dir, allow_download, limits)
     return _to_dataset(spec, raw, seed, limits)
 
@@ -235,23 +245,28 @@ def _read_torchvision(
             root=str(data_dir), train=True, download=allow_download
         )
     except RuntimeError as error:
+        relative = _TORCHVISION_FOLDERS.get(name, f"{name}/raw")
         if not allow_download:
-            raise DataError(
-                f"torchvision:{name} was not found (or is corrupted) in {folder}; "
-                "put its files there, or set PLATEAU_ALLOW_DOWNLOAD=true to let "
-                "the service download them",
-                field=_URI,
-            ) from error
+            raise _not_found(name, relative) from error
         raise DataError(
-            f"downloading torchvision:{name} into {folder} failed: {error}",
+            f"downloading torchvision:{name} into {relative} failed: {error}",
             field=_URI,
         ) from error
     except (AssertionError, TypeError, ValueError, OSError) as error:
         raise DataError(
-            f"the torchvision:{name} files in {folder} cannot be read: {error}",
+            f"the torchvision:{name} files cannot be read: {error}",
             field=_URI,
         ) from error
     return _torchvision_arrays(source)
+
+
+def _not_found(name: str, relative: str) -> DataError:
+    return DataError(
+        f"torchvision:{name} was not found (or is corrupted) in '{relative}' under "
+        "the data directory; put its files there, or set PLATEAU_ALLOW_DOWNLOAD=true "
+        "to let Plateau download them",
+        field=_URI,
+    )
 
 
 def _torchvision_arrays(source) -> _Raw:

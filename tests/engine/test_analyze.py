@@ -100,8 +100,10 @@ def test_validate_request_checks_before_queueing(tmp_path):
         "dataset": {"uri": "torchvision:CIFAR10"},
         "architecture": {"hidden_size": 65536, "num_layers": 20},
     })  # fmt: skip
-    with pytest.raises(SpecError, match="parameters") as info:
+    with pytest.raises(DataError, match="PLATEAU_ALLOW_DOWNLOAD"):
         validate_request(huge, data_dir=tmp_path)
+    with pytest.raises(SpecError, match="parameters") as info:
+        validate_request(huge, data_dir=tmp_path, allow_download=True)
     assert info.value.field == "architecture"
 
 

@@ -1,0 +1,1 @@
+"""Settings, logging, security and metrics shared by the API and the workers."""

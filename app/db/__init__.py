@@ -1,0 +1,1 @@
+"""The database: typed SQLAlchemy models, engines and sessions, migrations."""

@@ -1,0 +1,1 @@
+"""Celery workers: claim a job, run the engine, write the result, fenced."""
