@@ -370,14 +370,45 @@ def _read_csv(path: Path, shown: str, limits: Limits) -> pd.DataFrame:
     return frame
 
 
-def _raise_if_ragged(path: Path, shown: str) -> None:
-    """Raise a DataError naming the first line whose field count is off."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+def check_csv_head(path: Path, shown: str, rows: int = 1000) -> int:
+    """Cheap checks of a CSV's first ``rows`` lines; returns its column count.
+
+    Refuses an empty file, a header without rows, text that is not UTF-8 and
+    ragged rows among the lines read, before a job is queued; the loader
+    checks the whole file again.
+    """
+    try:
+        columns, seen = _raise_if_ragged(path, shown, max_rows=rows, errors="strict")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"'{shown}' is not UTF-8 text (at byte {error.start} of a line); "
+            "save it as UTF-8",
+            field=_URI,
+        ) from error
+    if columns is None:
+        raise DataError(f"'{shown}' is empty", field=_URI)
+    if seen < 2:
+        raise DataError(f"'{shown}' has a header but no rows", field=_URI)
+    return columns
+
+
+def _raise_if_ragged(
+    path: Path, shown: str, *, max_rows: int | None = None, errors: str = "replace"
+) -> tuple[int | None, int]:
+    """Raise a DataError naming the first line whose field count is off.
+
+    Reads at most ``max_rows`` lines; returns the header's field count (None
+    for a file without any) and the number of non-empty lines read.
+    """
+    with open(path, newline="", encoding="utf-8", errors=errors) as handle:
         reader = csv.reader(handle)
-        expected = None
+        expected, seen = None, 0
         for row in reader:
+            if max_rows is not None and seen >= max_rows:
+                break
             if not row:
                 continue
+            seen += 1
             if expected is None:
                 expected = len(row)
             elif len(row) != expected:
@@ -387,6 +418,7 @@ def _raise_if_ragged(path: Path, shown: str) -> None:
                     "needs one value per column",
                     field=_URI,
                 )
+    return expected, seen
 
 
 def _read_parquet(path: Path, shown: str, limits: Limits) -> pd.DataFrame:

@@ -7,7 +7,6 @@ spec that the full check after loading would accept.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from engine.specs import DatasetSpec, Limits
@@ -48,9 +47,10 @@ def peek_shape(
         shape = header.shape[1:]
         return ((1, *shape) if len(shape) == 2 else shape), 2
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            first = next(csv.reader(handle), [])
-        return ((max(len(first) - 1, 1),), 2) if first else None
+        from engine.data import check_csv_head
+
+        columns = check_csv_head(path, spec.uri.removeprefix("file:"))
+        return ((max(columns - 1, 1),), 2)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -114,3 +114,20 @@ def test_method_memory_is_checked_before_allocation(tmp_path):
             data_dir=tmp_path,
             limits=Limits(max_dataset_bytes=10 * 2**20),
         )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"a,b,label\n", "header but no rows"),
+        (b"a,b,label\n1,2,0\n3,4,5,1\n", "ragged rows: line 3"),
+        (b"a,b,label\n1,\xff\xfe,0\n", "not UTF-8"),
+    ],
+)
+def test_broken_csv_is_refused_before_queueing(tmp_path, content, message):
+    (tmp_path / "t.csv").write_bytes(content)
+    spec = AnalysisRequest.model_validate({"dataset": {"uri": "file:t.csv"}})
+    with pytest.raises(DataError, match=message) as info:
+        validate_request(spec, data_dir=tmp_path)
+    assert info.value.field == "dataset.uri"
