@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.api import errors
 from app.api.routes import curves, dashboard, health, jobs
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, get_settings, require_session_secret
 from app.core.logging import configure_logging
 from app.db import migrate
 from app.db.session import engine_for
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """An API for ``settings`` (the environment's when None)."""
     settings = settings or get_settings()
+    require_session_secret(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (jobs, curves, health, dashboard):
         app.include_router(module.router)
+    dashboard.install(app)
     return app

@@ -12,8 +12,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    UrlConstraints,
+    field_validator,
+)
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from app.core import ssrf
 from engine.result import Result
 from engine.specs import AnalysisRequest
 
@@ -35,6 +44,27 @@ class WebhookCreate(BaseModel):
     url: WebhookUrl
     #: ``whsec_`` and base64; null: the service makes one and returns it once
     secret: WebhookSecret | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _refuse_unsafe_text(cls, value: Any) -> Any:
+        # before the URL parser normalises ``0x7f.1`` into ``127.0.0.1``;
+        # the addresses are checked by the route, which knows the allow-list
+        if isinstance(value, str):
+            ssrf.parse_url(value)
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_signs(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Webhook(value)
+            except (ValueError, EmptyWebhookSecretError) as exc:
+                raise ValueError(
+                    "the secret is not valid base64 after 'whsec_'"
+                ) from exc
+        return value
 
 
 class JobCreate(AnalysisRequest):
@@ -111,10 +141,20 @@ class DeliveryPublic(BaseModel):
     """One attempt to deliver a webhook event."""
 
     id: str
+    #: the event's ``webhook-id`` header, the same on every attempt
+    webhook_id: str
     event_type: str
+    url: str
+    #: 1 for the first attempt at this event
     attempt: int
     status_code: int | None
     error: str | None
+    duration_ms: float
+    #: what the attempt made of its event
+    outcome: Literal["delivered", "retrying", "failed", "gone"]
+    #: when the next attempt is due (``retrying`` only)
+    next_attempt_at: datetime | None = None
+    #: when the attempt started
     created_at: datetime
 
 

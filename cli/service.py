@@ -1,8 +1,10 @@
 """``plateau up | serve | worker | reaper | db | keys``: run the service.
 
 $ plateau up                         # API + worker + reaper, embedded, keyless
+$ plateau reaper                     # re-queues lost jobs, delivers webhooks
 $ plateau db upgrade                 # apply migrations (PLATEAU_DATABASE_URL)
 $ plateau keys create --tenant acme  # prints a new key on the last line
+$ plateau keys revoke 3f9c0a1b2c4d   # the key with that prefix gets 401 from now on
 $ plateau serve & plateau worker     # the two halves of a deployment
 """
 
@@ -69,6 +71,7 @@ def up(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
 
     from app.core.logging import configure_logging
     from app.db import migrate
+    from workers import deliver
     from workers.reaper import run_forever
 
     configure_logging(settings.log_level)
@@ -94,6 +97,7 @@ def up(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
         target=run_forever, args=(settings, stop), name="reaper", daemon=True
     )
     reaper_thread.start()
+    sweeper_thread = deliver.start_sweeper(settings, stop)
     # SIGINT too: a shell starts background jobs with SIGINT ignored
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise_interrupt)
@@ -115,6 +119,7 @@ def up(host: HostOption = "127.0.0.1", port: PortOption = 8000) -> None:
         stop.set()
         _stop_children(list(children.values()))
         reaper_thread.join(timeout=5)
+        sweeper_thread.join(timeout=settings.webhook_timeout_seconds + 5)
     raise typer.Exit(code)
 
 
@@ -181,18 +186,23 @@ def worker(
 
 
 def reaper() -> None:
-    """Re-queue jobs of lost workers and enqueue unsent jobs, in a loop."""
+    """Re-queue jobs of lost workers, enqueue unsent jobs, deliver webhooks."""
     from app.core.logging import configure_logging
+    from workers import deliver
     from workers.reaper import run_forever
 
     settings = _settings()
     configure_logging(settings.log_level)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    sweeper = deliver.start_sweeper(settings, stop)
     try:
         run_forever(settings, stop)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        stop.set()
+        sweeper.join(timeout=settings.webhook_timeout_seconds + 5)
 
 
 @db_app.command("upgrade")
@@ -244,3 +254,29 @@ def keys_create(
         key = create_key(session, name)
     typer.echo(f"New API key for tenant {name!r}; it is not shown again:")
     typer.echo(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    prefix: Annotated[
+        str, typer.Argument(help="The key's prefix (plt_PREFIX_...), or the key.")
+    ],
+) -> None:
+    """Revoke a key: every request made with it gets 401 from now on."""
+    from app.core.security import key_prefix
+    from app.db import migrate
+    from app.db.session import engine_for, session_scope
+    from app.services.keys import revoke_key
+
+    # never echo a whole key back: show its prefix only
+    shown = key_prefix(prefix.strip()) or prefix.strip()
+    settings = _settings()
+    try:
+        migrate.require_current(engine_for(settings.sqlalchemy_url))
+    except migrate.SchemaNotCurrent as exc:
+        _fail(str(exc))
+    with session_scope(settings.sqlalchemy_url) as session:
+        revoked = revoke_key(session, shown)
+    if not revoked:
+        _fail(f"no live key has the prefix {shown!r}")
+    typer.echo(f"Revoked the key with prefix {shown!r}.")

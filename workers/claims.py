@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from app.db.models import CurvePointRow, Job, utcnow
 from app.db.session import insert_for, session_scope
 from app.schemas import finite_or_none
+from app.services import webhooks
 
 
 class LeaseLost(Exception):
@@ -110,8 +111,13 @@ def finish(
     result: dict[str, Any] | None = None,
     error: tuple[str, str] | None = None,
     curve: Sequence[dict[str, Any]] = (),
+    base_url: str | None = None,
 ) -> None:
-    """Write the attempt's outcome and its curve in one fenced transaction."""
+    """Write the attempt's outcome, its curve and its webhook events, fenced.
+
+    One transaction: the events are in the outbox exactly when the outcome
+    is written (``base_url``: the prefix of the job link they carry).
+    """
     now = utcnow()
     values: dict[str, Any] = {
         "status": status,
@@ -140,3 +146,4 @@ def finish(
                 rows[start : start + 500]
             )
             session.execute(insert.on_conflict_do_nothing())
+        webhooks.record_final_events(session, [job.job_id], base_url)

@@ -4,6 +4,10 @@ It runs every ``reaper_interval_seconds`` (``plateau up`` runs it in a thread,
 a deployment runs ``plateau reaper``). Every step is a conditional update, so
 two reapers at once do no harm. A job whose lease expired ``max_attempts``
 times fails as ``worker_lost`` instead of looping forever.
+
+Jobs it ends (worker lost too often, or cancelled while their worker was
+gone) get their webhook events in the same transaction; the webhook sweeper
+(``workers/deliver.py``) runs beside it and delivers them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sqlalchemy as sa
 from app.core.config import Settings
 from app.db.models import Job, utcnow
 from app.db.session import session_scope
+from app.services import webhooks
 from workers.celery_app import send_run_job
 from workers.enqueue import Send, enqueue
 
@@ -70,6 +75,10 @@ def reap(settings: Settings, send: Send = send_run_job) -> Reaped:
                 f"the worker running this job was lost {settings.max_attempts} "
                 "times; it is not retried again"
             ),
+        )
+        # the jobs that ended here owe their webhooks, in this same transaction
+        webhooks.record_final_events(
+            session, [*done.cancelled, *done.failed], settings.job_url_base
         )
         done.requeued = update(
             expired, status="queued", lease_expires_at=None, enqueued_at=None

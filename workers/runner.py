@@ -11,6 +11,7 @@ child process, never in its parent.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from app.core import metrics
 from app.core.config import Settings
 from app.core.logging import job_context
 from app.services.hooks import resolve
-from workers import claims
+from workers import claims, deliver
 from workers.claims import Claim, LeaseLost
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,23 @@ def execute(settings: Settings, job_id: uuid.UUID) -> str:
         metrics.JOB_DURATION.observe(time.monotonic() - started)
         metrics.JOBS_FINISHED.labels(outcome).inc()
         logger.info("finished: %s in %.1f s", outcome, time.monotonic() - started)
+        _deliver_after_commit(settings, job_id)
         return outcome
+
+
+def _deliver_after_commit(settings: Settings, job_id: uuid.UUID) -> None:
+    """First attempts at the job's webhook events; the sweeper does the rest.
+
+    The events were committed with the outcome, so a crash here (or a
+    database that is gone) only delays them until the next sweep.
+    """
+    if settings.test_crash_before_delivery:
+        logger.warning("test hook: dying between the final commit and delivery")
+        os._exit(70)
+    try:
+        deliver.deliver_job(settings, job_id)
+    except Exception:  # the job is done whatever happens to its webhooks
+        logger.warning("webhooks not attempted now; the sweeper will", exc_info=True)
 
 
 def _run(settings: Settings, job: Claim) -> str:
@@ -154,12 +171,19 @@ def _run(settings: Settings, job: Claim) -> str:
     # the heartbeat has stopped: the final write is the attempt's last
     if error is not None:
         status = "cancelled" if error[0] == AnalysisCancelled.code else "failed"
-        claims.finish(url, job, status, error=error)
+        claims.finish(url, job, status, error=error, base_url=settings.job_url_base)
         _discard(checkpoint)
         return status
     result = analysis.result.model_dump(mode="json")
     curve = [point.model_dump() for point in analysis.curve]
-    claims.finish(url, job, "succeeded", result=result, curve=curve)
+    claims.finish(
+        url,
+        job,
+        "succeeded",
+        result=result,
+        curve=curve,
+        base_url=settings.job_url_base,
+    )
     _observe_stages(result)
     _discard(checkpoint)
     return "succeeded"

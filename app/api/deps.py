@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.db.models import Tenant
 from app.db.session import sessionmaker_for
 from app.services import keys
+from app.web import sessions
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `plateau keys create`")
 
@@ -33,21 +34,41 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_tenant(
+    request: Request,
     settings: SettingsDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Tenant:
-    """The tenant of the presented key; the local tenant in ``plateau up``."""
-    if credentials is None:
-        if settings.local_tenant:
-            tenant = keys.get_or_create_tenant(session, settings.local_tenant)
-            session.commit()
-            return tenant
-        raise _unauthorised("an API key is required: Authorization: Bearer <key>")
-    tenant = keys.authenticate(session, credentials.credentials)
-    if tenant is None:
-        raise _unauthorised("the API key is not valid")
-    return tenant
+    """The tenant of the presented key or dashboard session; else the local one.
+
+    A request authenticated by the dashboard's session cookie must send the
+    session's CSRF token in ``X-CSRF-Token`` unless it is a GET.
+    """
+    if credentials is not None:
+        tenant = keys.authenticate(session, credentials.credentials)
+        if tenant is None:
+            raise _unauthorised("the API key is not valid")
+        return tenant
+    web = sessions.from_request(request)
+    if web is not None and web.signed_in:
+        tenant = sessions.tenant_of(session, settings, web)
+        if tenant is None:
+            raise _unauthorised("the dashboard session has ended; sign in again")
+        presented = request.headers.get(sessions.CSRF_HEADER)
+        if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
+            settings, web, presented
+        ):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"a request signed in by cookie needs the {sessions.CSRF_HEADER} "
+                "header of its dashboard page",
+            )
+        return tenant
+    if settings.local_tenant:
+        tenant = keys.get_or_create_tenant(session, settings.local_tenant)
+        session.commit()
+        return tenant
+    raise _unauthorised("an API key is required: Authorization: Bearer <key>")
 
 
 def _unauthorised(message: str) -> HTTPException:

@@ -1,4 +1,4 @@
-"""The tables: tenants and their API keys, jobs, and the curve points of a job.
+"""The tables: tenants and their API keys, jobs, their curve points and webhooks.
 
 The job row is the truth about a job; a queue message only carries its id.
 Timestamps are timezone-aware and stored in UTC on every database.
@@ -23,6 +23,9 @@ NAMING_CONVENTION = {
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+#: pending: due at ``next_attempt_at``; delivered: a 2xx came back; failed: out
+#: of attempts (or a URL that can never pass the guard); gone: the URL said 410
+EVENT_STATUSES = ("pending", "delivered", "failed", "gone")
 
 
 def utcnow() -> datetime:
@@ -127,7 +130,9 @@ class Job(Base):
     #: set once the queue message was sent; null: committed but not enqueued
     enqueued_at: Mapped[datetime | None]
 
-    # webhooks (delivered by a later part of the service)
+    # webhooks: where the job's events go and the secret that signs them.
+    # TODO: the secret is stored as given (deliveries must sign with it); it
+    # is not encrypted at rest, so a database dump lets its reader forge events
     webhook_url: Mapped[str | None] = mapped_column(sa.String(2048))
     webhook_secret: Mapped[str | None] = mapped_column(sa.String(256))
 
@@ -151,3 +156,73 @@ class CurvePointRow(Base):
     delta_high: Mapped[float | None] = mapped_column(sa.Double)
     delta_expected: Mapped[float | None] = mapped_column(sa.Double)
     smoothed: Mapped[float | None] = mapped_column(sa.Double)
+
+
+class WebhookEvent(Base):
+    """The outbox: one event a job owes its webhook, written with its final state.
+
+    ``body`` is the exact JSON sent on every attempt; the ``webhook-id`` header
+    is derived from ``id``, so retries of an event carry the same id.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "type"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed', 'gone')", name="status"
+        ),
+        sa.Index("ix_webhook_events_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE")
+    )
+    #: ``job.succeeded``, ``data_budget.reached``, ...
+    type: Mapped[str] = mapped_column(sa.String(32))
+    #: the job's webhook URL when the event was made (a 410 stops it per URL)
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    body: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    #: attempts claimed so far (a claim counts even if its sender died)
+    attempts: Mapped[int] = mapped_column(default=0)
+    #: not before this; null once the event is settled
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    @property
+    def webhook_id(self) -> str:
+        return webhook_id(self.id)
+
+
+def webhook_id(event_id: uuid.UUID) -> str:
+    """The ``webhook-id`` header of an event: the same on every attempt."""
+    return f"msg_{event_id.hex}"
+
+
+class WebhookAttempt(Base):
+    """One attempt to deliver an event: when, how long, and what came back."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (sa.Index("ix_webhook_attempts_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int]
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[float] = mapped_column(sa.Double)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    #: delivered, retrying, failed or gone: what this attempt made of the event
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    #: when the next attempt is due, if one is
+    next_attempt_at: Mapped[datetime | None]

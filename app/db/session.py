@@ -56,6 +56,24 @@ def _sqlite_on_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class QuietCloseSession(Session):
+    """A session whose ``close`` survives a connection the database dropped.
+
+    Closing rolls back what is open. When the server has already terminated
+    the connection, that rollback fails although there is nothing left to
+    undo, and SQLAlchemy has invalidated the connection. Raising then would
+    break a response that the API has already started to send (a request's
+    session closes after its response begins), so the error is dropped.
+    """
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+
+
 _engines: dict[str, sa.Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
 
@@ -69,7 +87,9 @@ def engine_for(url: str) -> sa.Engine:
 
 def sessionmaker_for(url: str) -> sessionmaker[Session]:
     if url not in _sessionmakers:
-        _sessionmakers[url] = sessionmaker(engine_for(url), expire_on_commit=False)
+        _sessionmakers[url] = sessionmaker(
+            engine_for(url), class_=QuietCloseSession, expire_on_commit=False
+        )
     return _sessionmakers[url]
 
 

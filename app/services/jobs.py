@@ -29,6 +29,7 @@ from app.schemas import (
     WebhookPublic,
     finite_or_none,
 )
+from app.services import webhooks
 
 
 class IdempotencyConflict(Exception):
@@ -164,11 +165,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("cursor is not one this service returned") from exc
 
 
-def request_cancel(session: Session, job: Job) -> Job:
+def request_cancel(session: Session, job: Job, *, base_url: str | None = None) -> Job:
     """Cancel a queued job now; flag a running one, which stops between steps.
 
     The flag is set first and claims require it unset, so a queued job that
-    a worker is about to claim is either cancelled or never starts.
+    a worker is about to claim is either cancelled or never starts. A job
+    cancelled here gets its ``job.cancelled`` webhook event in the caller's
+    transaction (``base_url``: the prefix of the job link it carries).
     """
     now = utcnow()
     session.execute(
@@ -176,7 +179,7 @@ def request_cancel(session: Session, job: Job) -> Job:
         .where(Job.id == job.id, Job.status.in_(("queued", "running")))
         .values(cancel_requested=True, updated_at=now)
     )
-    session.execute(
+    cancelled = session.execute(
         sa.update(Job)
         .where(Job.id == job.id, Job.status == "queued")
         .values(
@@ -186,7 +189,9 @@ def request_cancel(session: Session, job: Job) -> Job:
             error_message="cancelled by the client before it started",
             updated_at=now,
         )
-    )
+    ).rowcount
+    if cancelled:
+        webhooks.record_final_events(session, [job.id], base_url)
     session.refresh(job)
     return job
 

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.core.security import key_matches, key_prefix, new_key
-from app.db.models import ApiKey, Tenant
+from app.db.models import ApiKey, Tenant, utcnow
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
@@ -39,3 +39,13 @@ def authenticate(session: Session, plaintext: str) -> Tenant | None:
     if key is None or not key_matches(plaintext, key.key_hash):
         return None
     return session.get(Tenant, key.tenant_id)
+
+
+def revoke_key(session: Session, prefix: str) -> bool:
+    """Revoke the key with this prefix; False when no live key has it."""
+    revoked = session.execute(
+        sa.update(ApiKey)
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return revoked.rowcount == 1

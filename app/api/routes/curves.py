@@ -10,11 +10,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from app.api.deps import SessionDep, TenantDep
+from app.api.errors import KEYED_RESPONSES
 from app.api.routes.jobs import owned_job
+from app.core.ratelimit import RateLimited
 from app.schemas import Curve, CurvePointPublic
 from app.services import jobs
 
-router = APIRouter(prefix="/v1/jobs", tags=["curves"])
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["curves"],
+    responses=KEYED_RESPONSES,
+    dependencies=[RateLimited],
+)
 
 CSV_COLUMNS = ("k", "delta", "delta_low", "delta_high", "delta_expected", "smoothed")
 

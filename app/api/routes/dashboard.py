@@ -1,21 +1,33 @@
-"""``/``: a minimal page listing the caller's jobs (the full dashboard comes later)."""
+"""The dashboard at ``/``: the pages of ``app.web``, its static files and login.
+
+Pages are server-rendered (Jinja2) and kept live by htmx polling; the chart
+library and htmx are vendored under ``app/static/vendor`` (no CDN).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
-router = APIRouter(tags=["dashboard"])
+from app.web import auth, pages
+from app.web.context import (
+    LoginRequired,
+    ReloadSameSite,
+    login_redirect,
+    reload_same_site,
+)
 
-# TODO: the dashboard of the contract (key prompt with an HttpOnly session
-# cookie under `plateau serve`, live charts) is a separate piece of work; this
-# page only lists jobs, and works keyless under `plateau up`.
-PAGE = (Path(__file__).parents[2] / "static" / "index.html").read_text()
+STATIC = Path(__file__).resolve().parents[2] / "static"
+
+router = APIRouter(include_in_schema=False)
+router.include_router(pages.router)
+router.include_router(auth.router)
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def dashboard() -> HTMLResponse:
-    """The dashboard page."""
-    return HTMLResponse(PAGE)
+def install(app: FastAPI) -> None:
+    """Serve ``/static``; send page views without a session to the login page."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(LoginRequired, login_redirect)
+    app.add_exception_handler(ReloadSameSite, reload_same_site)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Query, status
 
 from app.api.deps import SessionDep, SettingsDep, TenantDep
-from app.core import metrics
+from app.api.errors import KEYED_RESPONSES, field_error
+from app.core import metrics, ssrf
+from app.core.config import Settings
+from app.core.ratelimit import RateLimited
 from app.db.models import FINAL_STATUSES, Job
 from app.schemas import DeliveryPublic, JobCreate, JobList, JobPublic, JobStatus
-from app.services import jobs
+from app.services import jobs, webhooks
 from app.services.validation import check_request
 from workers.celery_app import queue_for
 from workers.enqueue import enqueue
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses=KEYED_RESPONSES,
+    dependencies=[RateLimited],
+)
 
 NOT_FOUND = "job not found"
 
@@ -43,6 +52,8 @@ def submit_job(
     """Queue an analysis; a repeated Idempotency-Key returns the job it made."""
     request = body.analysis_request()
     check_request(settings, request)
+    if body.webhook is not None:
+        check_webhook_url(settings, str(body.webhook.url))
     queue = queue_for(settings, request.model_dump())
     try:
         submitted = jobs.submit(
@@ -62,6 +73,8 @@ def submit_job(
             ],
         ) from None
     session.commit()
+    if settings.test_crash_after_commit:
+        os._exit(70)  # tests only: die between the commit and the enqueue
     if submitted.created:
         metrics.JOBS_SUBMITTED.inc()
         # after the commit; if this never runs, the reaper sends it
@@ -98,15 +111,21 @@ def get_job(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> JobPub
     return jobs.to_public(owned_job(session, tenant, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: uuid.UUID, tenant: TenantDep, session: SessionDep) -> JobPublic:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={409: {"description": "The job has already ended"}},
+)
+def cancel_job(
+    job_id: uuid.UUID, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> JobPublic:
     """Cancel a queued job, or ask a running one to stop between steps."""
     job = owned_job(session, tenant, job_id)
     if job.status in FINAL_STATUSES:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"the job has already ended ({job.status})"
         )
-    job = jobs.request_cancel(session, job)
+    job = jobs.request_cancel(session, job, base_url=settings.job_url_base)
     session.commit()
     return jobs.to_public(job)
 
@@ -117,6 +136,18 @@ def list_deliveries(
 ) -> list[DeliveryPublic]:
     """The job's webhook delivery attempts, oldest first."""
     owned_job(session, tenant, job_id)
-    # TODO: webhook delivery (the outbox and its sweeper) is not built yet, so
-    # no job has attempts; this returns the rows once that table exists.
-    return []
+    return webhooks.deliveries(session, job_id)
+
+
+def check_webhook_url(settings: Settings, url: str) -> None:
+    """422 naming ``webhook.url`` when the URL may not be called (the SSRF guard)."""
+    try:
+        ssrf.check(
+            url,
+            settings.webhook_allowed,
+            timeout=min(settings.webhook_timeout_seconds, 5.0),
+        )
+    except ssrf.ForbiddenUrl as exc:
+        raise HTTPException(
+            422, [field_error("webhook.url", str(exc), "forbidden_url")]
+        ) from None
