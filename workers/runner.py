@@ -66,13 +66,19 @@ class JobRun:
             if stage != self.stage:
                 logger.info("stage %s", stage)
             self.stage, self.last_write = stage, now
-            self.cancel_seen |= claims.renew(
-                self.url,
-                self.job,
-                self.settings.lease_seconds,
-                stage=stage,
-                fraction=fraction,
-            )
+            try:
+                self.cancel_seen |= claims.renew(
+                    self.url,
+                    self.job,
+                    self.settings.lease_seconds,
+                    stage=stage,
+                    fraction=fraction,
+                )
+            except sa.exc.SQLAlchemyError:
+                # A database blip must not cost the attempt: progress is best
+                # effort, the heartbeat keeps renewing, and if the lease does
+                # lapse the fence refuses this attempt's writes.
+                logger.warning("could not record progress", exc_info=True)
         if self.cancel_seen:
             raise AnalysisCancelled("cancelled by the client while it ran")
 

@@ -112,6 +112,26 @@ def test_the_runner_writes_result_curve_and_progress(worker_settings, queued):
     assert checkpoint == worker_settings.checkpoint_dir / f"{job_id}.pt"
 
 
+def test_a_progress_write_that_fails_does_not_cost_the_attempt(
+    worker_settings, queued, monkeypatch
+):
+    job_id = queued()
+    real_renew, failures = claims.renew, []
+
+    def flaky_renew(*args, **kwargs):
+        if kwargs.get("stage") == "loading" and not failures:
+            failures.append(1)
+            raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("gone"))
+        return real_renew(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "renew", flaky_renew)
+
+    assert runner.execute(worker_settings, job_id) == "succeeded"
+    assert failures == [1]
+    job = row(worker_settings, job_id)
+    assert (job.status, job.attempt) == ("succeeded", 1)
+
+
 def test_a_replayed_finish_adds_no_curve_rows(worker_settings, queued):
     url, job_id = worker_settings.sqlalchemy_url, queued()
     claim = claims.claim(url, job_id, 30)
