@@ -35,14 +35,6 @@ REDIS_BASE = f"redis://127.0.0.1:{os.environ.get('PLATEAU_TEST_REDIS_PORT', '637
 REDIS_DB = 7
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Starlette 1.x prefers the httpx2 package for its TestClient; httpx works
-    config.addinivalue_line(
-        "filterwarnings",
-        "ignore:Using `httpx` with `starlette.testclient` is deprecated",
-    )
-
-
 @pytest.fixture(scope="session")
 def scratch_db() -> Iterator[str]:
     """A migrated scratch database for this session, dropped at its end."""

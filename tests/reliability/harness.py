@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -30,43 +29,11 @@ REPO = HERE.parents[1]
 #: where each test writes the figures it produced, for docs/reliability.md
 FIGURES = Path(os.environ.get("RELIABILITY_FIGURES", "/tmp/plateau-reliability.json"))
 
-PG_HOST = "127.0.0.1"
-PG_PORT = int(os.environ.get("PLATEAU_TEST_POSTGRES_PORT", "5432"))
-
-
-def unavailable(what: str, why: object) -> NoReturn:
-    """Skip locally; under CI a missing service is a failure, never a skip."""
-    import pytest
-
-    message = f"{what} is unreachable: {why}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: services are required)")
-    pytest.skip(message)
-
-
-def pg_admin_url() -> str:
-    """A URL of the machine's PostgreSQL that may create databases."""
-    import sqlalchemy as sa
-
-    last: Exception | None = None
-    for user in ("postgres", "root"):
-        url = f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/test"
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
-            return url
-        except sa.exc.OperationalError as exc:
-            last = exc
-        finally:
-            engine.dispose()
-    unavailable("PostgreSQL", str(last).splitlines()[0] if last else "no user")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.services import (  # noqa: E402, F401 - shared with the tests
+    free_port,
+    pg_admin_url,
+    unavailable,
+)
 
 
 def wait_until(

@@ -9,7 +9,6 @@ skip, except under CI (``CI=true``), where they fail.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,14 +22,18 @@ from app.db import migrate
 from app.db.models import Base
 from app.db.session import dispose_all, session_scope
 from app.services.keys import create_key
+from tests.support.services import (  # noqa: F401 - also for the tests
+    free_port,
+    pg_admin_url,
+    unavailable,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))  # `fakes:analyze` for settings and subprocesses
 
-# overridable so that a test can prove what an unreachable service does
-PG_HOST = "127.0.0.1"
-PG_PORT = int(os.environ.get("PLATEAU_TEST_POSTGRES_PORT", "5432"))
+# overridable (like PLATEAU_TEST_POSTGRES_PORT) so that a test can prove what
+# an unreachable service does
 REDIS_URL_BASE = (
     f"redis://127.0.0.1:{os.environ.get('PLATEAU_TEST_REDIS_PORT', '6379')}"
 )
@@ -41,48 +44,13 @@ FAKE = {
 }
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Starlette 1.x prefers the httpx2 package for its TestClient; httpx works
-    config.addinivalue_line(
-        "filterwarnings",
-        "ignore:Using `httpx` with `starlette.testclient` is deprecated",
-    )
-
-
-def unavailable(what: str, why: object) -> None:
-    """Skip locally; under CI a missing service is a failure, never a skip."""
-    message = f"{what} is unreachable: {why}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: services are required)")
-    pytest.skip(message)
-
-
 # -- PostgreSQL ------------------------------------------------------------------
-
-
-def _pg_admin_url() -> str | None:
-    last: Exception | None = None
-    for user in ("postgres", "root"):
-        url = f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/test"
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
-            return url
-        except sa.exc.OperationalError as exc:
-            last = exc
-        finally:
-            engine.dispose()
-    raise RuntimeError(str(last).splitlines()[0] if last else "no user")
 
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """A scratch database for this session (dropped at the end); its base URL."""
-    try:
-        admin_url = _pg_admin_url()
-    except RuntimeError as exc:
-        unavailable("PostgreSQL", exc)
+    admin_url = pg_admin_url()
     name = f"plateau_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -208,12 +176,6 @@ def new_key(settings: Settings) -> Callable[[str], dict[str, str]]:
 @pytest.fixture
 def auth(new_key: Callable[[str], dict[str, str]]) -> dict[str, str]:
     return new_key("acme")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 DIGITS = {

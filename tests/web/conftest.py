@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from app.core.config import Settings
 from app.db import migrate
 from app.db.session import dispose_all, session_scope
 from app.services.keys import create_key
+from tests.support.services import free_port, unavailable  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLATEAU = Path(sys.executable).parent / "plateau"
@@ -40,28 +40,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Starlette 1.x prefers the httpx2 package for its TestClient; httpx works
-    config.addinivalue_line(
-        "filterwarnings",
-        "ignore:Using `httpx` with `starlette.testclient` is deprecated",
-    )
-
-
-def unavailable(what: str, why: object) -> None:
-    """Skip locally; under CI a missing browser is a failure, never a skip."""
-    message = f"{what} is unavailable: {why}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: the browser tests must run)")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- in-process app (fast tests of routes, sessions and forms) --------------------

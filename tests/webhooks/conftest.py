@@ -31,7 +31,6 @@ def _load_service_fixtures():  # noqa: ANN202 - a module
 
 
 service = _load_service_fixtures()
-pytest_configure = service.pytest_configure
 pg_server_url = service.pg_server_url
 pg_migrated = service.pg_migrated
 redis_broker = service.redis_broker
