@@ -210,13 +210,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to the newest (or the given) revision."""
-    from app.core.logging import configure_logging
-    from app.db import migrate
-
-    settings = _settings()
-    configure_logging(settings.log_level)
-    migrate.upgrade(settings.sqlalchemy_url, revision)
-    typer.echo(f"Database is at {revision}.")
+    _migrate("upgrade", revision)
 
 
 @db_app.command("downgrade")
@@ -224,12 +218,16 @@ def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; base: empty.")],
 ) -> None:
     """Revert migrations down to the given revision."""
+    _migrate("downgrade", revision)
+
+
+def _migrate(direction: str, revision: str) -> None:
     from app.core.logging import configure_logging
     from app.db import migrate
 
     settings = _settings()
     configure_logging(settings.log_level)
-    migrate.downgrade(settings.sqlalchemy_url, revision)
+    getattr(migrate, direction)(settings.sqlalchemy_url, revision)
     typer.echo(f"Database is at {revision}.")
 
 

@@ -23,12 +23,13 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # `harness`, and `slow_engine` for settings
 
-from harness import pg_admin_url, unavailable  # noqa: E402
+from harness import pg_admin_url  # noqa: E402
 from plateau_service import Service  # noqa: E402
 
 from app.db import migrate  # noqa: E402
 from app.db.models import Base  # noqa: E402
 from app.db.session import dispose_all, session_scope  # noqa: E402
+from tests.support.services import redis_key_prefix  # noqa: E402
 
 REDIS_BASE = f"redis://127.0.0.1:{os.environ.get('PLATEAU_TEST_REDIS_PORT', '6379')}"
 #: the machine's Redis is shared: this suite keeps to database 7
@@ -68,20 +69,9 @@ def db(scratch_db: str) -> str:
 @pytest.fixture(scope="session")
 def shared_redis() -> Iterator[dict[str, str]]:
     """Broker settings on the machine's Redis: database 7, a key prefix of our own."""
-    import redis
-
     url = f"{REDIS_BASE}/{REDIS_DB}"
-    client = redis.Redis.from_url(url, socket_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        unavailable("Redis", exc)
-    prefix = f"plateau-reliability-{uuid.uuid4().hex[:8]}:"
-    yield {"broker_url": url, "broker_key_prefix": prefix}
-    for key in client.scan_iter(match=f"{prefix}*", count=500):
-        client.delete(key)
-    client.close()
+    with redis_key_prefix(url, "plateau-reliability") as prefix:
+        yield {"broker_url": url, "broker_key_prefix": prefix}
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ from app.services.keys import create_key
 from tests.support.services import (  # noqa: F401 - also for the tests
     free_port,
     pg_admin_url,
+    redis_key_prefix,
     unavailable,
 )
 
@@ -85,25 +86,15 @@ def truncate(url: str) -> None:
 @pytest.fixture(scope="session")
 def redis_broker() -> Iterator[dict[str, str]]:
     """Broker settings on Redis db 5 with a key prefix and queues of our own."""
-    import redis
-
-    client = redis.Redis.from_url(f"{REDIS_URL_BASE}/{REDIS_DB}", socket_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        unavailable("Redis", exc)
-    tag = uuid.uuid4().hex[:8]
-    prefix = f"plateau-test-{tag}:"
-    yield {
-        "broker_url": f"{REDIS_URL_BASE}/{REDIS_DB}",
-        "broker_key_prefix": prefix,
-        "queue": f"plateau-{tag}",
-        "gpu_queue": f"gpu-{tag}",
-    }
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
+    url = f"{REDIS_URL_BASE}/{REDIS_DB}"
+    with redis_key_prefix(url, "plateau-test") as prefix:
+        tag = prefix.rstrip(":").rsplit("-", 1)[-1]
+        yield {
+            "broker_url": url,
+            "broker_key_prefix": prefix,
+            "queue": f"plateau-{tag}",
+            "gpu_queue": f"gpu-{tag}",
+        }
 
 
 # -- settings, apps, tenants -----------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import pytest
@@ -44,3 +47,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def redis_key_prefix(url: str, label: str) -> Iterator[str]:
+    """A key prefix of our own on a shared Redis; its keys are deleted after."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        unavailable("Redis", exc)
+    prefix = f"{label}-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield prefix
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+        client.close()
